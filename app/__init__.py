@@ -1,0 +1,1 @@
+"""Shared UI for the Streamlit portal: cached resources, chart builders and formatting."""

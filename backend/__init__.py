@@ -1,0 +1,1 @@
+"""Sextant's platform layer: services, storage and integrations (never imports streamlit)."""
