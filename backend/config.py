@@ -22,6 +22,20 @@ class Settings(BaseSettings):
     # Rows shown per page in dataset previews and tables.
     page_size: int = Field(default=50, gt=0, le=1000)
 
+    # Jobs and the worker.
+    worker_concurrency: int = Field(default=2, ge=1, description="jobs the worker runs at once")
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    job_heartbeat_seconds: float = Field(default=2.0, gt=0)
+    # A running job whose heartbeat is older than this is considered dead.
+    job_stale_seconds: float = Field(default=30.0, gt=0)
+    job_cancel_grace_seconds: float = Field(default=5.0, ge=0)
+
+    # MLflow: jobs log to this URI; by default a SQLite store in the workspace that the
+    # `make run` tracking server serves too. The UI link points at the tracking server.
+    mlflow_tracking_uri: str | None = None
+    mlflow_host: str = "127.0.0.1"
+    mlflow_port: int = 5000
+
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
@@ -31,6 +45,24 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_home / 'sextant.db'}"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.resolved_home / "mlflow"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        return f"http://{self.mlflow_host}:{self.mlflow_port}"
 
     @property
     def datasets_dir(self) -> Path:
@@ -45,7 +77,7 @@ class Settings(BaseSettings):
         return self.resolved_home / "logs"
 
     def ensure_dirs(self) -> None:
-        for folder in (self.resolved_home, self.datasets_dir, self.tmp_dir, self.logs_dir):
+        for folder in (self.resolved_home, self.datasets_dir, self.tmp_dir, self.logs_dir, self.mlflow_dir):
             folder.mkdir(parents=True, exist_ok=True)
 
 
