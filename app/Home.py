@@ -18,6 +18,9 @@ ensure_database()
 # Only components that work are listed; each later component adds its page here.
 navigation = st.navigation(
     {
+        "Analysis": [
+            st.Page("../pages/dashboard.py", title="Dashboard", icon=":material/dashboard:", default=True),
+        ],
         "Data": [
             st.Page("../pages/datasets.py", title="Datasets", icon=":material/dataset:", url_path="datasets"),
         ],

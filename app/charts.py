@@ -58,5 +58,5 @@ def correlation_heatmap(correlation: dict[str, Any]) -> alt.Chart:
         text=alt.Text("r:Q", format=".2f"),
         color=alt.condition("abs(datum.r) > 0.6", alt.value("white"), alt.value("black")),
     )
-    size = max(260, 42 * len(names))
-    return (heat + labels).properties(width=size, height=size)
+    # Fixed steps per cell: Streamlit stretches a chart's width but not its height.
+    return (heat + labels).properties(width=alt.Step(56), height=alt.Step(30))

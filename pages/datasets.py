@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.charts import correlation_heatmap, histogram_chart, top_values_chart
-from app.formatting import format_bytes, format_number, format_time
+from app.formatting import format_bytes, format_dtype, format_number, format_time
 from backend import datasets
 from backend.config import get_settings
 from backend.db import session_scope
@@ -135,7 +135,7 @@ def show_profile(profile: dict) -> None:
         [
             {
                 "column": column["name"],
-                "type": column["dtype"],
+                "type": format_dtype(column["dtype"]),
                 "null %": column["null_pct"],
                 "distinct": column["distinct"],
                 "min": format_number(column.get("min")),
@@ -151,10 +151,14 @@ def show_profile(profile: dict) -> None:
         summary,
         hide_index=True,
         width="stretch",
+        height=min(36 * (len(summary) + 1) + 4, 600),
         column_config={"null %": st.column_config.ProgressColumn("null %", min_value=0, max_value=100, format="%.1f")},
     )
     names = [column["name"] for column in profile["columns"]]
-    chosen = st.selectbox("Column", names, key="datasets.profile_column")
+    # Open on the first numeric column: its histogram says more than an ID's top values.
+    numeric = [c["name"] for c in profile["columns"] if c["kind"] == "numeric"]
+    default = names.index(numeric[0]) if numeric else 0
+    chosen = st.selectbox("Column", names, index=default, key="datasets.profile_column")
     column = next(c for c in profile["columns"] if c["name"] == chosen)
     left, right = st.columns([2, 1])
     with left:
@@ -169,6 +173,7 @@ def show_profile(profile: dict) -> None:
             pd.DataFrame({"statistic": list(stats), "value": [format_number(v) for v in stats.values()]}),
             hide_index=True,
             width="stretch",
+            height=36 * (len(stats) + 1) + 4,
         )
     if len(profile["correlation"]["columns"]) >= 2:
         st.altair_chart(correlation_heatmap(profile["correlation"]))
@@ -183,7 +188,8 @@ def show_preview(name: str, version: int, columns: list[str]) -> None:
     filters = []
     if filter_column != "(no filter)" and value != "":
         filters.append(datasets.RowFilter(column=filter_column, operator=operator, value=value))
-    page_number = st.number_input("Page", min_value=1, value=1, step=1, key="datasets.preview_page")
+    page_column, caption_column = st.columns([1, 3], vertical_alignment="bottom")
+    page_number = page_column.number_input("Page", min_value=1, value=1, step=1, key="datasets.preview_page")
     try:
         with session_scope() as session:
             rows = datasets.read_dataset_rows(
@@ -201,7 +207,7 @@ def show_preview(name: str, version: int, columns: list[str]) -> None:
         st.write("No rows match the filter.")
         return
     last = min(rows.offset + rows.frame.height, rows.total)
-    st.caption(f"Rows {rows.offset + 1:,}–{last:,} of {rows.total:,}" + (" (filtered)" if filters else ""))
+    caption_column.caption(f"Rows {rows.offset + 1:,}–{last:,} of {rows.total:,}" + (" (filtered)" if filters else ""))
     st.dataframe(rows.frame.to_pandas(), hide_index=True, width="stretch")
 
 
@@ -260,17 +266,16 @@ def show_detail(name: str) -> None:
     metrics[0].metric("Rows", f"{info.rows:,}")
     metrics[1].metric("Columns", info.columns)
     metrics[2].metric("Source size", format_bytes(info.source_bytes))
-    metrics[3].metric("Created", format_time(info.created_at))
+    metrics[3].metric("Created", f"{info.created_at.astimezone():%Y-%m-%d}", help=format_time(info.created_at))
     profile_tab, schema_tab, preview_tab, versions_tab, download_tab = st.tabs(
         ["Profile", "Schema", "Preview", "Versions", "Download"]
     )
     with profile_tab:
         show_profile(cached_profile(name, version))
     with schema_tab:
-        st.dataframe(
-            pd.DataFrame([{"column": c.name, "type": c.dtype} for c in info.schema]), hide_index=True, width="stretch"
-        )
-        st.caption(f"Read as: {info.ingest}")
+        schema = [{"column": c.name, "type": format_dtype(c.dtype), "polars type": c.dtype} for c in info.schema]
+        st.dataframe(pd.DataFrame(schema), hide_index=True, width="stretch")
+        st.caption("Read as: " + ", ".join(f"{key} {value!r}" for key, value in info.ingest.items()))
     with preview_tab:
         show_preview(name, version, [c.name for c in info.schema])
     with versions_tab:

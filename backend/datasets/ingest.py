@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -154,11 +155,26 @@ def sniff_dialect(path: Path, *, encoding: str, has_header: bool | None = None) 
         # A single-column file has no delimiter to find.
         delimiter, quotechar = ",", '"'
     if has_header is None:
-        try:
-            has_header = sniffer.has_header(sample)
-        except csv.Error:
-            has_header = True
+        has_header = _first_row_is_header(sample, delimiter, quotechar)
     return CsvDialect(encoding=encoding, delimiter=delimiter, quotechar=quotechar, has_header=has_header)
+
+
+def _looks_numeric(cell: str) -> bool:
+    try:
+        float(cell.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _first_row_is_header(sample: str, delimiter: str, quotechar: str) -> bool:
+    """A header row is all non-numeric text; csv.Sniffer abstains on all-text files, so we decide.
+
+    A headerless file whose first row is all text is misread as having a header: the page and
+    the CLI let the user say otherwise (``--no-header``).
+    """
+    first = next(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quotechar), [])
+    return not any(_looks_numeric(cell.strip()) for cell in first if cell.strip())
 
 
 def validate_csv_rows(path: Path, dialect: CsvDialect) -> tuple[list[str], int]:

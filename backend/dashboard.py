@@ -1,0 +1,60 @@
+"""Everything at a glance: the figures the Dashboard page shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.models import Dataset, DatasetVersion
+
+
+@dataclass(frozen=True)
+class RecentVersion:
+    name: str
+    version: int
+    rows: int
+    columns: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkspaceOverview:
+    dataset_count: int
+    version_count: int
+    total_rows: int
+    stored_source_bytes: int
+    recent_versions: list[RecentVersion]
+
+
+def get_workspace_overview(session: Session, *, recent: int = 8) -> WorkspaceOverview:
+    dataset_count = session.scalar(select(func.count()).select_from(Dataset)) or 0
+    version_count, source_bytes = session.execute(
+        select(func.count(DatasetVersion.id), func.coalesce(func.sum(DatasetVersion.source_bytes), 0))
+    ).one()
+    latest = select(DatasetVersion.dataset_id, func.max(DatasetVersion.version).label("latest")).group_by(
+        DatasetVersion.dataset_id
+    ).subquery()
+    total_rows = session.scalar(
+        select(func.coalesce(func.sum(DatasetVersion.row_count), 0)).join(
+            latest,
+            (latest.c.dataset_id == DatasetVersion.dataset_id) & (latest.c.latest == DatasetVersion.version),
+        )
+    )
+    rows = session.execute(
+        select(Dataset.name, DatasetVersion)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .order_by(DatasetVersion.created_at.desc(), DatasetVersion.id.desc())
+        .limit(recent)
+    ).all()
+    return WorkspaceOverview(
+        dataset_count=dataset_count,
+        version_count=version_count,
+        total_rows=int(total_rows or 0),
+        stored_source_bytes=int(source_bytes),
+        recent_versions=[
+            RecentVersion(name, v.version, v.row_count, v.column_count, v.created_at) for name, v in rows
+        ],
+    )
