@@ -10,12 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from backend import datasets
+from backend.cli_jobs import jobs_app
 from backend.db import migrate, session_scope
 from backend.errors import SextantError
 
 app = typer.Typer(help="Sextant: a self-hosted ML platform.", no_args_is_help=True, add_completion=False)
 datasets_app = typer.Typer(help="Upload, list and inspect datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
