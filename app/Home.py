@@ -24,6 +24,12 @@ navigation = st.navigation(
         "Data": [
             st.Page("../pages/datasets.py", title="Datasets", icon=":material/dataset:", url_path="datasets"),
         ],
+        "Model development": [
+            st.Page("../pages/training.py", title="Training", icon=":material/model_training:", url_path="training"),
+            st.Page(
+                "../pages/experiments.py", title="Experiments", icon=":material/science:", url_path="experiments"
+            ),
+        ],
     }
 )
 st.sidebar.caption("Sextant · self-hosted ML platform")

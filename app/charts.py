@@ -60,3 +60,74 @@ def correlation_heatmap(correlation: dict[str, Any]) -> alt.Chart:
     )
     # Fixed steps per cell: Streamlit stretches a chart's width but not its height.
     return (heat + labels).properties(width=alt.Step(56), height=alt.Step(30))
+
+
+def metric_curves_chart(curves: pd.DataFrame, metric_key: str) -> alt.Chart:
+    return (
+        alt.Chart(curves, title=f"{metric_key} per step")
+        .mark_line(point=alt.OverlayMarkDef(size=12))
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("value:Q", title=metric_key, scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run"),
+            tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".5g")],
+        )
+        .properties(height=320)
+    )
+
+
+def parallel_coordinates_chart(frame: pd.DataFrame, metric_key: str) -> alt.Chart:
+    """One line per run across the varying parameters, coloured by the metric (values min-max scaled)."""
+    axes = [c for c in frame.columns if c != "run"]
+    numeric = frame[axes].apply(pd.to_numeric, errors="coerce")
+    long = []
+    for row_index, row in frame.iterrows():
+        for axis in axes:
+            column = numeric[axis]
+            if column.notna().all():
+                low, high = column.min(), column.max()
+                scaled = 0.5 if high == low else (column[row_index] - low) / (high - low)
+            else:
+                # Categorical parameter: spread its sorted categories over the axis.
+                categories = sorted(frame[axis].astype(str).unique())
+                scaled = categories.index(str(row[axis])) / max(1, len(categories) - 1)
+            long.append(
+                {"run": row["run"], "axis": axis, "scaled": scaled, "value": str(row[axis]),
+                 metric_key: row[metric_key]}
+            )  # fmt: skip
+    data = pd.DataFrame(long)
+    return (
+        alt.Chart(data, title=f"Parameters vs {metric_key} (each axis scaled to its range)")
+        .mark_line(opacity=0.7)
+        .encode(
+            x=alt.X("axis:N", sort=axes, title=None),
+            y=alt.Y("scaled:Q", axis=None),
+            detail="run:N",
+            color=alt.Color(f"{metric_key}:Q", scale=alt.Scale(scheme="viridis")),
+            tooltip=["run:N", "axis:N", "value:N", alt.Tooltip(f"{metric_key}:Q", format=".5g")],
+        )
+        .properties(height=320)
+    )
+
+
+def optimization_history_chart(history: pd.DataFrame, objective: str) -> alt.Chart:
+    base = alt.Chart(history, title=f"Optimization history ({objective})").encode(x=alt.X("trial:Q", title="trial"))
+    points = base.mark_circle(size=60).encode(
+        y=alt.Y("value:Q", title=objective, scale=alt.Scale(zero=False)),
+        tooltip=["trial:Q", alt.Tooltip("value:Q", format=".5g")],
+    )
+    best = base.mark_line(color="#d62728").encode(y="best:Q")
+    return (points + best).properties(height=300)
+
+
+def importances_chart(importances: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(importances, title="Parameter importances (fANOVA)")
+        .mark_bar()
+        .encode(
+            x=alt.X("importance:Q", title="importance"),
+            y=alt.Y("parameter:N", sort="-x", title=None),
+            tooltip=["parameter:N", alt.Tooltip("importance:Q", format=".3f")],
+        )
+        .properties(height=max(120, 28 * len(importances)))
+    )

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from backend.datasets.ingest import format_bytes
 
-__all__ = ["format_bytes", "format_dtype", "format_number", "format_time"]
+__all__ = ["format_bytes", "format_dtype", "format_duration", "format_number", "format_time"]
 
 
 def format_number(value: object, digits: int = 4) -> str:
@@ -33,3 +33,15 @@ def format_dtype(dtype: str) -> str:
     """Polars' dtype names, shortened for tables: ``Datetime(time_unit='us', time_zone=None)`` → ``datetime``."""
     base = dtype.split("(", 1)[0]
     return {"String": "text", "Boolean": "bool"}.get(base, base.lower())
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -11,6 +11,7 @@ import typer
 
 from backend import datasets
 from backend.cli_jobs import jobs_app
+from backend.cli_training import train_command
 from backend.db import migrate, session_scope
 from backend.errors import SextantError
 
@@ -18,6 +19,7 @@ app = typer.Typer(help="Sextant: a self-hosted ML platform.", no_args_is_help=Tr
 datasets_app = typer.Typer(help="Upload, list and inspect datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
+app.command("train")(train_command)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 

@@ -283,3 +283,22 @@ def _distributions(trials: list[RunSummary], param_keys: list[str]) -> dict[str,
         else:
             distributions[key] = optuna.distributions.CategoricalDistribution(sorted({str(v) for v in values}))
     return distributions
+
+
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "mse", "error")
+
+
+def metric_direction(metric_key: str) -> str:
+    """Whether a metric is minimised (losses, errors) or maximised (AUC, accuracy, R², ...)."""
+    return "minimize" if any(word in metric_key.lower() for word in LOWER_IS_BETTER) else "maximize"
+
+
+CURVE_METRICS = ("validation_loss", "train_loss")
+
+
+def preferred_curve_metric(metric_keys: list[str]) -> str:
+    """The metric whose curve says most: the per-iteration losses trainers log, else the first key."""
+    for key in (*CURVE_METRICS, *(k for k in metric_keys if "loss" in k and not k.startswith("test_"))):
+        if key in metric_keys:
+            return key
+    return metric_keys[0]

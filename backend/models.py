@@ -99,3 +99,26 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingRun(Base):
+    """A finished training or tuning run: which dataset version it learnt from and what it registered."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    mlflow_run_id: Mapped[str] = mapped_column(String(64), unique=True)
+    mlflow_experiment_id: Mapped[str] = mapped_column(String(64))
+    experiment: Mapped[str] = mapped_column(String(500))
+    # RESTRICT: the data a registered model learnt from is lineage and must not vanish under it.
+    dataset_version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="RESTRICT"), index=True)
+    target: Mapped[str] = mapped_column(String(500))
+    framework: Mapped[str] = mapped_column(String(20))
+    task: Mapped[str] = mapped_column(String(20))
+    registered_model_name: Mapped[str | None] = mapped_column(String(200))
+    registered_model_version: Mapped[int | None] = mapped_column(Integer)
+    # Test-split metrics, e.g. {"roc_auc": 0.91, "log_loss": 0.27, ...}.
+    metrics_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

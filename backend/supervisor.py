@@ -32,7 +32,10 @@ class Service:
 
 def services(settings: Settings) -> list[Service]:
     portal = f"http://{settings.portal_host}:{settings.portal_port}"
-    return [Service("portal", portal, f"{portal}/_stcore/health", settings.portal_port)]
+    return [
+        Service("portal", portal, f"{portal}/_stcore/health", settings.portal_port),
+        Service("mlflow", settings.mlflow_ui_url, f"{settings.mlflow_ui_url}/health", settings.mlflow_port),
+    ]
 
 
 def process_environment(settings: Settings) -> dict[str, str]:
@@ -46,6 +49,16 @@ def process_environment(settings: Settings) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         # Streamlit's own cap (MB) must not be below ours, or it refuses before we can explain.
         STREAMLIT_SERVER_MAX_UPLOAD_SIZE=str(max(1, -(-settings.max_upload_bytes // 1024**2))),
+        SEXTANT_MLFLOW_HOST=settings.mlflow_host,
+        SEXTANT_MLFLOW_PORT=str(settings.mlflow_port),
+        # The tracking server serves the store jobs write to; when jobs log to a remote server
+        # instead, the local one still gets the workspace's own store.
+        SEXTANT_MLFLOW_BACKEND_STORE_URI=(
+            settings.resolved_mlflow_tracking_uri
+            if not settings.resolved_mlflow_tracking_uri.startswith(("http://", "https://"))
+            else f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
+        ),
+        SEXTANT_MLFLOW_ARTIFACTS_DIR=str(settings.mlflow_artifacts_dir),
     )
     return env
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.db import migrate
 from tests.conftest import REPO_ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -59,9 +60,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_process(command: list[str], *, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture
 def portal(sextant_home: Path) -> Iterator[str]:
     """The portal as `make run` starts it, on a free port, over this test's empty workspace."""
+    migrate()
     port = free_port()
     env = os.environ | {"SEXTANT_HOME": str(sextant_home)}
     command = [
@@ -69,8 +85,8 @@ def portal(sextant_home: Path) -> Iterator[str]:
         "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]  # fmt: skip
-    log = (sextant_home.parent / "portal.log").open("wb")
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = sextant_home.parent / "portal.log"
+    process = start_process(command, env=env, log_path=log_path)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -81,16 +97,25 @@ def portal(sextant_home: Path) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"portal did not start: {(sextant_home.parent / 'portal.log').read_text()}")
+                raise RuntimeError(f"portal did not start: {log_path.read_text()}")
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        stop_process(process)
+
+
+@pytest.fixture
+def worker(sextant_home: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The job worker as `make run` starts it, over the same workspace."""
+    migrate()
+    env = os.environ | {"SEXTANT_HOME": str(sextant_home)}
+    process = start_process(
+        [sys.executable, "-m", "backend.jobs.worker"], env=env, log_path=sextant_home.parent / "worker.log"
+    )
+    try:
+        yield process
+    finally:
+        stop_process(process)
 
 
 @pytest.fixture
