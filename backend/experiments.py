@@ -16,9 +16,11 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
+from sqlalchemy import Engine, create_engine, text
 
-from backend.config import Settings, get_settings
+from backend.config import Settings
 from backend.errors import InvalidInputError, NotFoundError
+from backend.tracking import tracking_client
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 SORTABLE_ATTRIBUTES = ("start_time", "end_time", "run_name", "status")
@@ -54,6 +56,8 @@ class RunsPage:
     next_page_token: str | None
     metric_keys: list[str]
     param_keys: list[str]
+    # Known when the store answers counts (SQL stores); None through a tracking server.
+    total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,7 @@ class RunComparison:
 
 
 def mlflow_client(settings: Settings | None = None) -> MlflowClient:
-    settings = settings or get_settings()
-    return MlflowClient(tracking_uri=settings.resolved_mlflow_tracking_uri)
+    return tracking_client(settings)
 
 
 def _time(ms: int | None) -> datetime | None:
@@ -127,6 +130,17 @@ def search_runs_page(
 ) -> RunsPage:
     if not 1 <= page_size <= 1000:
         raise InvalidInputError("page size must be between 1 and 1000")
+    order = sort_clause(sort_by, descending)
+    if not filter_string and is_database_uri(client.tracking_uri):
+        return _search_runs_page_sql(
+            client,
+            experiment_id=experiment_id,
+            sort_by=sort_by,
+            descending=descending,
+            page_size=page_size,
+            offset=int(page_token or 0),
+            top_level_only=top_level_only,
+        )
     filters = [filter_string] if filter_string else []
     if top_level_only:
         # Tuning trials are nested runs; hiding them keeps the table about whole jobs.
@@ -136,18 +150,88 @@ def search_runs_page(
             [experiment_id],
             filter_string=" and ".join(filters),
             max_results=page_size,
-            order_by=[sort_clause(sort_by, descending)],
+            order_by=[order],
             page_token=page_token,
         )
     except MlflowException as error:
         raise InvalidInputError(f"MLflow refused the search: {error.message}") from None
-    runs = [_to_summary(run) for run in result]
+    return _page([_to_summary(run) for run in result], next_page_token=result.token or None, total=None)
+
+
+def _page(runs: list[RunSummary], *, next_page_token: str | None, total: int | None) -> RunsPage:
     return RunsPage(
         runs=runs,
-        next_page_token=result.token or None,
+        next_page_token=next_page_token,
         metric_keys=sorted({k for r in runs for k in r.metrics}),
         param_keys=sorted({k for r in runs for k in r.params}),
+        total=total,
     )
+
+
+def is_database_uri(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "postgresql", "mysql"))
+
+
+_store_engines: dict[str, Engine] = {}
+
+
+def _store_engine(uri: str) -> Engine:
+    if uri not in _store_engines:
+        _store_engines[uri] = create_engine(uri)
+    return _store_engines[uri]
+
+
+def _search_runs_page_sql(
+    client: MlflowClient,
+    *,
+    experiment_id: str,
+    sort_by: str,
+    descending: bool,
+    page_size: int,
+    offset: int,
+    top_level_only: bool,
+) -> RunsPage:
+    """Order and count in one indexed SQL query on the tracking store, then fetch just the page.
+
+    MLflow's own search sorts with a SELECT DISTINCT over whole run rows: on SQLite with 10,000
+    runs a metric-sorted page took 3.6 s (bench/experiments_runs.py); this path takes
+    milliseconds. It reads MLflow's long-stable ``runs`` / ``latest_metrics`` / ``params`` / ``tags``
+    tables; stores without SQL (a tracking server URL) use MLflow's search instead.
+    """
+    direction = "DESC" if descending else "ASC"
+    joins, key = "", None
+    prefix, _, name = sort_by.partition(".")
+    if sort_by in SORTABLE_ATTRIBUTES:
+        column = {"run_name": "r.name"}.get(sort_by, f"r.{sort_by}")
+    elif prefix == "metrics":
+        joins, column, key = "LEFT JOIN latest_metrics s ON s.run_uuid = r.run_uuid AND s.key = :key", "s.value", name
+    else:
+        joins, column, key = "LEFT JOIN params s ON s.run_uuid = r.run_uuid AND s.key = :key", "s.value", name
+    where = "r.experiment_id = :experiment AND r.lifecycle_stage = 'active'"
+    if top_level_only:
+        where += f" AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = '{PARENT_RUN_TAG}')"
+    query = (
+        f"SELECT r.run_uuid FROM runs r {joins} WHERE {where} "
+        f"ORDER BY ({column} IS NULL), {column} {direction}, r.start_time DESC, r.run_uuid LIMIT :limit OFFSET :offset"
+    )
+    parameters = {"experiment": int(experiment_id), "key": key, "limit": page_size, "offset": offset}
+    with _store_engine(client.tracking_uri).connect() as connection:
+        total = connection.execute(text(f"SELECT COUNT(*) FROM runs r WHERE {where}"), parameters).scalar_one()
+        run_ids = [row[0] for row in connection.execute(text(query), parameters)]
+    runs = _fetch_runs(client, experiment_id, run_ids)
+    next_offset = offset + page_size
+    return _page(runs, next_page_token=str(next_offset) if next_offset < total else None, total=total)
+
+
+def _fetch_runs(client: MlflowClient, experiment_id: str, run_ids: list[str]) -> list[RunSummary]:
+    if not run_ids:
+        return []
+    quoted = ", ".join(f"'{run_id}'" for run_id in run_ids)
+    found = client.search_runs(
+        [experiment_id], filter_string=f"attributes.run_id IN ({quoted})", max_results=len(run_ids)
+    )
+    by_id = {run.info.run_id: _to_summary(run) for run in found}
+    return [by_id[run_id] for run_id in run_ids if run_id in by_id]
 
 
 def get_runs(client: MlflowClient, *, run_ids: list[str]) -> list[RunSummary]:
@@ -178,8 +262,7 @@ def compare_runs(client: MlflowClient, *, run_ids: list[str], only_differences: 
 def _unique_labels(runs: list[RunSummary]) -> list[str]:
     names = [run.run_name for run in runs]
     return [
-        name if names.count(name) == 1 else f"{name} ({run.run_id[:6]})"
-        for name, run in zip(names, runs, strict=True)
+        name if names.count(name) == 1 else f"{name} ({run.run_id[:6]})" for name, run in zip(names, runs, strict=True)
     ]
 
 

@@ -160,7 +160,10 @@ nav = st.columns([1, 2, 1, 1])
 if nav[0].button("← Previous", disabled=page_index == 0, key="experiments.prev"):
     tokens.pop()
     st.rerun()
-nav[1].caption(f"Page {page_index + 1} · {len(page.runs)} runs")
+if page.total is not None:
+    nav[1].caption(f"Page {page_index + 1} of {max(1, -(-page.total // PAGE_SIZE))} · {page.total:,} runs")
+else:
+    nav[1].caption(f"Page {page_index + 1} · {len(page.runs)} runs")
 nav[3].link_button("Open in MLflow", f"{get_settings().mlflow_ui_url}/#/experiments/{experiment.experiment_id}")
 if nav[2].button("Next →", disabled=page.next_page_token is None, key="experiments.next"):
     tokens.append(page.next_page_token)
