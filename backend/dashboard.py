@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.models import Dataset, DatasetVersion
+from backend.jobs import JobInfo, list_jobs
+from backend.models import Dataset, DatasetVersion, Job
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class WorkspaceOverview:
     total_rows: int
     stored_source_bytes: int
     recent_versions: list[RecentVersion]
+    # Job counts by status ("queued", "running", ...) and the newest jobs.
+    job_counts: dict[str, int]
+    recent_jobs: list[JobInfo]
 
 
 def get_workspace_overview(session: Session, *, recent: int = 8) -> WorkspaceOverview:
@@ -34,9 +38,11 @@ def get_workspace_overview(session: Session, *, recent: int = 8) -> WorkspaceOve
     version_count, source_bytes = session.execute(
         select(func.count(DatasetVersion.id), func.coalesce(func.sum(DatasetVersion.source_bytes), 0))
     ).one()
-    latest = select(DatasetVersion.dataset_id, func.max(DatasetVersion.version).label("latest")).group_by(
-        DatasetVersion.dataset_id
-    ).subquery()
+    latest = (
+        select(DatasetVersion.dataset_id, func.max(DatasetVersion.version).label("latest"))
+        .group_by(DatasetVersion.dataset_id)
+        .subquery()
+    )
     total_rows = session.scalar(
         select(func.coalesce(func.sum(DatasetVersion.row_count), 0)).join(
             latest,
@@ -49,12 +55,13 @@ def get_workspace_overview(session: Session, *, recent: int = 8) -> WorkspaceOve
         .order_by(DatasetVersion.created_at.desc(), DatasetVersion.id.desc())
         .limit(recent)
     ).all()
+    job_counts = dict(session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).tuples().all())
     return WorkspaceOverview(
         dataset_count=dataset_count,
         version_count=version_count,
         total_rows=int(total_rows or 0),
         stored_source_bytes=int(source_bytes),
-        recent_versions=[
-            RecentVersion(name, v.version, v.row_count, v.column_count, v.created_at) for name, v in rows
-        ],
+        recent_versions=[RecentVersion(name, v.version, v.row_count, v.column_count, v.created_at) for name, v in rows],
+        job_counts=job_counts,
+        recent_jobs=list_jobs(session, limit=recent).items,
     )

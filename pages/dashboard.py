@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.formatting import format_bytes, format_time
+from app.formatting import format_bytes, format_duration, format_time
 from backend.dashboard import get_workspace_overview
 from backend.db import session_scope
 
@@ -12,11 +12,13 @@ st.title("Dashboard")
 with session_scope() as session:
     overview = get_workspace_overview(session)
 
-metrics = st.columns(4)
+metrics = st.columns(6)
 metrics[0].metric("Datasets", overview.dataset_count)
 metrics[1].metric("Dataset versions", overview.version_count)
 metrics[2].metric("Rows (latest versions)", f"{overview.total_rows:,}")
 metrics[3].metric("Uploaded data", format_bytes(overview.stored_source_bytes))
+metrics[4].metric("Jobs running", overview.job_counts.get("running", 0))
+metrics[5].metric("Jobs queued", overview.job_counts.get("queued", 0))
 
 st.subheader("Recent dataset versions")
 if not overview.recent_versions:
@@ -33,3 +35,17 @@ for item in overview.recent_versions:
     row[1].write(f"{item.columns} columns")
     row[2].write(f"{item.rows:,} rows")
     row[3].write(format_time(item.created_at))
+
+st.subheader("Recent jobs")
+if not overview.recent_jobs:
+    st.caption("No jobs yet. Launch training on the Training page.")
+for job in overview.recent_jobs:
+    row = st.columns([3, 1, 2, 2], vertical_alignment="center")
+    row[0].page_link(
+        "../pages/training.py",
+        label=f"Job #{job.id} · {job.kind} · {job.params.get('dataset', '')} → {job.params.get('target', '')}",
+        icon=":material/model_training:",
+    )
+    row[1].write(job.status)
+    row[2].write(format_duration(job.duration_seconds))
+    row[3].write(format_time(job.created_at))
