@@ -36,6 +36,42 @@ class Settings(BaseSettings):
     mlflow_host: str = "127.0.0.1"
     mlflow_port: int = 5000
 
+    # Triton Inference Server (the `triton` process of `make run`), bound to loopback: its
+    # repository API has no auth. The gateway and batch jobs reach it over gRPC.
+    triton_host: str = "127.0.0.1"
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    # Rows per request: the dynamic batcher's ceiling and the chunk size of bulk predictions.
+    triton_max_batch_size: int = Field(default=4096, gt=0)
+    triton_max_queue_delay_us: int = Field(default=0, ge=0)
+    triton_instance_count: int = Field(default=1, ge=1, description="model instances (stub processes) per version")
+    # auto: GPU instances for PyTorch models where an NVIDIA GPU is present, CPU instances otherwise.
+    triton_instance_kind: str = Field(default="auto", pattern="^(auto|cpu|gpu)$")
+    # Chunks of a bulk prediction in flight at once.
+    triton_infer_concurrency: int = Field(default=4, ge=1)
+    triton_start_timeout_s: float = Field(default=60.0, gt=0)
+    triton_health_interval_s: float = Field(default=2.0, gt=0)
+    # "module:function" called with a TritonClient after every (re)start of tritonserver, to load
+    # the deployed models; unset, the supervisor loads nothing.
+    triton_reload_hook: str | None = None
+
+    @property
+    def triton_dir(self) -> Path:
+        return self.resolved_home / "triton"
+
+    @property
+    def triton_models_dir(self) -> Path:
+        return self.triton_dir / "models"
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_http_url(self) -> str:
+        return f"http://{self.triton_host}:{self.triton_http_port}"
+
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

@@ -35,6 +35,10 @@ def services(settings: Settings) -> list[Service]:
     return [
         Service("portal", portal, f"{portal}/_stcore/health", settings.portal_port),
         Service("mlflow", settings.mlflow_ui_url, f"{settings.mlflow_ui_url}/health", settings.mlflow_port),
+        # Triton's KServe-v2 HTTP side; Sextant itself talks to it over gRPC (triton_grpc_port).
+        Service(
+            "triton", settings.triton_http_url, f"{settings.triton_http_url}/v2/health/ready", settings.triton_http_port
+        ),
     ]
 
 
