@@ -192,7 +192,7 @@ def show_job_detail(job_id: int) -> None:
         with session_scope() as session:
             jobs.request_job_cancel(session, job_id=job.id)
         st.rerun()
-    if job.is_finished and buttons[1].button("Retry", key=f"training.retry.{job.id}"):
+    if job.is_finished and buttons[0].button("Retry", key=f"training.retry.{job.id}"):
         with session_scope() as session:
             st.session_state[SELECTED_KEY] = jobs.retry_job(session, job_id=job.id).id
         st.rerun()
