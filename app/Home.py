@@ -30,6 +30,10 @@ navigation = st.navigation(
                 "../pages/experiments.py", title="Experiments", icon=":material/science:", url_path="experiments"
             ),
         ],
+        "Deploy & use": [
+            st.Page("../pages/registry.py", title="Model registry", icon=":material/inventory_2:", url_path="registry"),
+            st.Page("../pages/online.py", title="Online prediction", icon=":material/bolt:", url_path="online"),
+        ],
     }
 )
 st.sidebar.caption("Sextant · self-hosted ML platform")

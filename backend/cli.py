@@ -11,6 +11,7 @@ import typer
 
 from backend import datasets
 from backend.cli_jobs import jobs_app
+from backend.cli_serving import endpoints_app, models_app, predict_command
 from backend.cli_training import train_command
 from backend.db import migrate, session_scope
 from backend.errors import SextantError
@@ -20,6 +21,9 @@ datasets_app = typer.Typer(help="Upload, list and inspect datasets.", no_args_is
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.command("train")(train_command)
+app.add_typer(models_app, name="models")
+app.add_typer(endpoints_app, name="endpoints")
+app.command("predict")(predict_command)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     triton_health_interval_s: float = Field(default=2.0, gt=0)
     # "module:function" called with a TritonClient after every (re)start of tritonserver, to load
     # the deployed models; unset, the supervisor loads nothing.
-    triton_reload_hook: str | None = None
+    triton_reload_hook: str | None = "backend.serving.endpoints:reload_deployed_models"
 
     @property
     def triton_dir(self) -> Path:
@@ -71,6 +71,22 @@ class Settings(BaseSettings):
     @property
     def triton_http_url(self) -> str:
         return f"http://{self.triton_host}:{self.triton_http_port}"
+
+    # REST gateway (the `gateway` process of `make run`): Vertex-style online prediction in front of
+    # Triton. Loopback by default; the limits bound what one request may cost the server.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_max_instances: int = Field(default=1000, gt=0, description="instances accepted in one predict request")
+    gateway_max_body_bytes: int = Field(default=10 * 1024**2, gt=0, description="largest accepted request body")
+    # The request log reaches the DB in batches: every interval, or sooner once this many rows wait.
+    gateway_log_flush_s: float = Field(default=1.0, gt=0)
+    gateway_log_batch_rows: int = Field(default=500, gt=0)
+    # How long the gateway reuses an endpoint's deployments read from the DB (a deploy shows after this).
+    gateway_endpoint_cache_s: float = Field(default=1.0, ge=0)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.gateway_host}:{self.gateway_port}"
 
     @property
     def resolved_home(self) -> Path:

@@ -122,3 +122,71 @@ class TrainingRun(Base):
     # Test-split metrics, e.g. {"roc_auc": 0.91, "log_loss": 0.27, ...}.
     metrics_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Endpoint(Base):
+    """A named online-prediction endpoint; the gateway serves it at ``/v1/endpoints/<name>:predict``."""
+
+    __tablename__ = "endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    deployments: Mapped[list[EndpointDeployment]] = relationship(
+        back_populates="endpoint", order_by="EndpointDeployment.id", cascade="all, delete-orphan"
+    )
+
+
+class EndpointDeployment(Base):
+    """One registry model version behind an endpoint with its share of the traffic.
+
+    ``alias`` set: the deployment follows ``model_name@alias`` and moves when the alias moves.
+    What the gateway needs per request (inputs, classes) is copied here at deploy time, so
+    serving never waits on MLflow.
+    """
+
+    __tablename__ = "endpoint_deployments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    alias: Mapped[str | None] = mapped_column(String(100))
+    traffic_percent: Mapped[int] = mapped_column(Integer)
+    triton_name: Mapped[str] = mapped_column(String(200))
+    framework: Mapped[str] = mapped_column(String(20))
+    task: Mapped[str] = mapped_column(String(20))
+    classes_json: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
+    # [{"name": ..., "type": <MLflow column type>}] in signature order.
+    inputs_json: Mapped[list[Any]] = mapped_column(JSON)
+    # One instance of the model's logged input example, to prefill forms and docs.
+    example_json: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # loading | ready | failed, as last seen by the deploy or the reload hook; message: Triton's words.
+    state: Mapped[str] = mapped_column(String(20), default="loading")
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    endpoint: Mapped[Endpoint] = relationship(back_populates="deployments")
+
+
+class EndpointRequest(Base):
+    """One gateway request, written in batches by the gateway's request log."""
+
+    __tablename__ = "endpoint_requests"
+    __table_args__ = (Index("ix_endpoint_requests_endpoint_time", "endpoint", "created_at"),)
+
+    # SQLite only auto-increments an INTEGER primary key.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The name as requested (no foreign key): requests to unknown or deleted endpoints are logged too.
+    endpoint: Mapped[str] = mapped_column(String(100))
+    model_name: Mapped[str | None] = mapped_column(String(200))
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column()
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -39,6 +39,7 @@ def services(settings: Settings) -> list[Service]:
         Service(
             "triton", settings.triton_http_url, f"{settings.triton_http_url}/v2/health/ready", settings.triton_http_port
         ),
+        Service("gateway", f"{settings.gateway_url}/docs", f"{settings.gateway_url}/healthz", settings.gateway_port),
     ]
 
 
