@@ -33,6 +33,7 @@ navigation = st.navigation(
         "Deploy & use": [
             st.Page("../pages/registry.py", title="Model registry", icon=":material/inventory_2:", url_path="registry"),
             st.Page("../pages/online.py", title="Online prediction", icon=":material/bolt:", url_path="online"),
+            st.Page("../pages/batch.py", title="Batch prediction", icon=":material/table_view:", url_path="batch"),
         ],
     }
 )

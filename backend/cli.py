@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from backend import datasets
+from backend.cli_batch import batch_predict_command, schedules_app
 from backend.cli_jobs import jobs_app
 from backend.cli_serving import endpoints_app, models_app, predict_command
 from backend.cli_training import train_command
@@ -21,6 +22,8 @@ datasets_app = typer.Typer(help="Upload, list and inspect datasets.", no_args_is
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.command("train")(train_command)
+app.command("batch-predict")(batch_predict_command)
+app.add_typer(schedules_app, name="schedules")
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 app.command("predict")(predict_command)

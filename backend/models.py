@@ -190,3 +190,87 @@ class EndpointRequest(Base):
     latency_ms: Mapped[float] = mapped_column()
     instances: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class LineageArtifact(Base):
+    """An artifact in the lineage graph (MLMD-style): a dataset version, a model version, a file, an endpoint."""
+
+    __tablename__ = "lineage_artifacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # dataset_version | model_version | file | endpoint | ...: free text, so new producers need no migration.
+    type: Mapped[str] = mapped_column(String(50), index=True)
+    # The artifact's identity: dataset:NAME:VERSION, models:/NAME/VERSION, file:///path, ...
+    uri: Mapped[str] = mapped_column(String(1000), unique=True)
+    name: Mapped[str] = mapped_column(String(500))
+    version: Mapped[str | None] = mapped_column(String(100))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LineageExecution(Base):
+    """A run that read and wrote artifacts: a batch job, a training run, a deployment, a pipeline step."""
+
+    __tablename__ = "lineage_executions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(50), index=True)
+    name: Mapped[str] = mapped_column(String(500))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    state: Mapped[str] = mapped_column(String(20), default="completed")
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LineageEvent(Base):
+    """An edge: ``execution`` read (``input``) or wrote (``output``) ``artifact``."""
+
+    __tablename__ = "lineage_events"
+    __table_args__ = (UniqueConstraint("execution_id", "artifact_id", "kind", name="uq_lineage_events_edge"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("lineage_executions.id", ondelete="CASCADE"), index=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("lineage_artifacts.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Schedule(Base):
+    """A cron schedule that submits a job of ``kind`` with ``spec`` as its parameters (fired by the worker)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "paused", "next_run_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    cron: Mapped[str] = mapped_column(String(200))
+    # IANA name; the cron expression is read in this zone ("0 2 * * *" = 02:00 there, DST included).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # once | skip: what happens to runs missed while no worker ran.
+    catch_up: Mapped[str] = mapped_column(String(10), default="once")
+    paused: Mapped[bool] = mapped_column(default=False)
+    # None while paused.
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScheduleRun(Base):
+    """One firing of a schedule: the job it submitted, or why it submitted none (a skipped catch-up)."""
+
+    __tablename__ = "schedule_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    # submitted | skipped | failed
+    outcome: Mapped[str] = mapped_column(String(20))
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    catch_up: Mapped[bool] = mapped_column(default=False)
+    # Due times that passed without a run of their own (the worker was down).
+    missed_runs: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")

@@ -14,6 +14,7 @@ from backend.errors import InvalidInputError
 JOB_KINDS: dict[str, str] = {
     "train": "jobs.train",
     "tune": "jobs.tune",
+    "batch_predict": "jobs.batch_predict",
 }
 
 _KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,49}$")

@@ -11,7 +11,8 @@ Each pass of its loop (every ``worker_poll_seconds``):
    A worker is gone when it shut down, when it ran on this host and its pid is dead, or when its
    jobs have had no heartbeat for ``job_stale_seconds``. What is left of such a job's process on this
    host is killed;
-5. claims queued jobs up to ``worker_concurrency`` running at once and starts them.
+5. fires due cron schedules (``backend.schedules.fire_due_schedules``), queueing their jobs;
+6. claims queued jobs up to ``worker_concurrency`` running at once and starts them.
 
 A job cut short by a worker (this one stopping, or one that died) is handled by the interrupt
 policy: ``fail`` (the default) ends it failed with "worker stopped while the job was running";
@@ -68,6 +69,7 @@ from backend.jobs.queue import (
 )
 from backend.jobs.service import JobInfo, JobStatus, get_job, job_log_relpath, resolve_log_path
 from backend.models import utcnow
+from backend.schedules import fire_due_schedules
 
 logger = logging.getLogger("sextant.worker")
 DEFAULT_MAX_ATTEMPTS = 3
@@ -195,6 +197,7 @@ class Worker:
             self.recover()
             self._next_recovery = now + self.settings.job_stale_seconds / 2
         if not self._stopping:
+            self._fire_schedules()
             self._claim_and_start()
 
     def run(self, stop: threading.Event) -> None:
@@ -236,6 +239,18 @@ class Worker:
             with self._session() as session:
                 stop_worker(session, worker_id=self.id, now=self._clock())
         logger.info("worker %s stopped", self.id)
+
+    def _fire_schedules(self) -> None:
+        """Submit the jobs of due cron schedules (backend.schedules), so this pass can claim them."""
+        try:
+            with self._session() as session:
+                fired = fire_due_schedules(session, now=self._clock(), settings=self.settings)
+        except Exception:
+            # A broken schedule must not keep queued jobs from starting.
+            logger.exception("firing schedules failed; retrying next pass")
+            return
+        for run in fired:
+            logger.info("schedule %s: %s job %s", run.schedule_name, run.outcome, run.job_id or "-")
 
     def _claim_and_start(self) -> None:
         capacity = self.concurrency - len(self._runs)
