@@ -273,12 +273,13 @@ def show_deploy(model: registry.ModelSummary, versions: list[int]) -> None:
     )
     buttons = st.columns([1, 1, 3])
     deploy = buttons[0].button("Deploy", type="primary", key="registry.deploy", disabled=not endpoint)
-    buttons[1].button(
+    if buttons[1].button(
         "Batch predict",
         key="registry.batch_predict",
-        disabled=True,
-        help="Batch prediction arrives with the Batch prediction page.",
-    )
+        help="Score a dataset or file with this model on the Batch prediction page (no endpoint needed).",
+    ):
+        reference = f"{model.name}@{alias}" if alias else f"{model.name}/{version}"
+        st.switch_page("../pages/batch.py", query_params={"model": reference})
     if deploy:
         try:
             with st.spinner(f"Deploying {label.split(' (')[0]} to {endpoint} in Triton…"), session_scope() as session:

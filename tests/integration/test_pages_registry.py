@@ -92,8 +92,16 @@ def test_models_versions_and_metrics() -> None:
     assert list(versions["framework"]) == ["xgboost", "torch", "xgboost"]
     assert {"test roc_auc", "test log_loss", "test accuracy", "test f1"} <= set(versions.columns)
     assert versions["dataset"].iloc[0] == "churn:1"
-    batch = at.button(key="registry.batch_predict")
-    assert batch.disabled and "Batch prediction page" in batch.help
+
+
+def test_batch_predict_button_opens_the_batch_page_with_the_model() -> None:
+    at = open_page()
+    at.selectbox(key="registry.model").set_value(CHURN).run()
+    at.selectbox(key=f"registry.deploy_target.{CHURN}").set_value(f"{CHURN} version 2").run()
+    at.button(key="registry.batch_predict").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Batch prediction"
+    assert at.selectbox(key="batch.model").value == f"{CHURN}/2"
 
 
 def test_set_move_and_remove_an_alias() -> None:
