@@ -26,9 +26,7 @@ navigation = st.navigation(
         ],
         "Model development": [
             st.Page("../pages/training.py", title="Training", icon=":material/model_training:", url_path="training"),
-            st.Page(
-                "../pages/experiments.py", title="Experiments", icon=":material/science:", url_path="experiments"
-            ),
+            st.Page("../pages/experiments.py", title="Experiments", icon=":material/science:", url_path="experiments"),
         ],
         "Deploy & use": [
             st.Page("../pages/registry.py", title="Model registry", icon=":material/inventory_2:", url_path="registry"),

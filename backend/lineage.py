@@ -22,7 +22,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.errors import InvalidInputError, NotFoundError
-from backend.jobs.service import as_utc
 from backend.models import LineageArtifact, LineageEvent, LineageExecution, utcnow
 
 DATASET_VERSION = "dataset_version"
@@ -134,7 +133,7 @@ def _artifact_info(row: LineageArtifact) -> ArtifactInfo:
         name=row.name,
         version=row.version,
         properties=dict(row.properties or {}),
-        created_at=as_utc(row.created_at) or utcnow(),
+        created_at=row.created_at,
     )
 
 
@@ -204,7 +203,7 @@ def record_execution(
         job_id=execution.job_id,
         state=execution.state,
         properties=dict(execution.properties),
-        created_at=as_utc(execution.created_at) or utcnow(),
+        created_at=execution.created_at,
         inputs=recorded["input"],
         outputs=recorded["output"],
     )
@@ -238,7 +237,7 @@ def _executions(session: Session, ids: Sequence[int]) -> list[ExecutionInfo]:
             job_id=row.job_id,
             state=row.state,
             properties=dict(row.properties or {}),
-            created_at=as_utc(row.created_at) or utcnow(),
+            created_at=row.created_at,
             inputs=edges[row.id]["input"],
             outputs=edges[row.id]["output"],
         )

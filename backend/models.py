@@ -5,12 +5,38 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database: SQLite hands back naive values, so they are
+    marked UTC here once instead of in every service that reads a timestamp."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # PostgreSQL answers in the session's zone; one zone everywhere keeps comparisons simple.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -23,7 +49,7 @@ class Dataset(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     versions: Mapped[list[DatasetVersion]] = relationship(
         back_populates="dataset", order_by="DatasetVersion.version", cascade="all, delete-orphan"
@@ -53,7 +79,7 @@ class DatasetVersion(Base):
     # How the file was read: encoding, delimiter, quote char, header.
     ingest_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     profile_json: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
 
@@ -67,9 +93,9 @@ class JobWorker(Base):
     hostname: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     concurrency: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Job(Base):
@@ -95,10 +121,10 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(100))
     # Relative to SEXTANT_HOME so a workspace can move.
     log_path: Mapped[str | None] = mapped_column(String(500))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TrainingRun(Base):
@@ -121,7 +147,7 @@ class TrainingRun(Base):
     registered_model_version: Mapped[int | None] = mapped_column(Integer)
     # Test-split metrics, e.g. {"roc_auc": 0.91, "log_loss": 0.27, ...}.
     metrics_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Endpoint(Base):
@@ -132,8 +158,8 @@ class Endpoint(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     deployments: Mapped[list[EndpointDeployment]] = relationship(
         back_populates="endpoint", order_by="EndpointDeployment.id", cascade="all, delete-orphan"
@@ -167,8 +193,8 @@ class EndpointDeployment(Base):
     # loading | ready | failed, as last seen by the deploy or the reload hook; message: Triton's words.
     state: Mapped[str] = mapped_column(String(20), default="loading")
     message: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="deployments")
 
@@ -181,7 +207,7 @@ class EndpointRequest(Base):
 
     # SQLite only auto-increments an INTEGER primary key.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The name as requested (no foreign key): requests to unknown or deleted endpoints are logged too.
     endpoint: Mapped[str] = mapped_column(String(100))
     model_name: Mapped[str | None] = mapped_column(String(200))
@@ -205,7 +231,7 @@ class LineageArtifact(Base):
     name: Mapped[str] = mapped_column(String(500))
     version: Mapped[str | None] = mapped_column(String(100))
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LineageExecution(Base):
@@ -219,7 +245,7 @@ class LineageExecution(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     state: Mapped[str] = mapped_column(String(20), default="completed")
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LineageEvent(Base):
@@ -232,7 +258,7 @@ class LineageEvent(Base):
     execution_id: Mapped[int] = mapped_column(ForeignKey("lineage_executions.id", ondelete="CASCADE"), index=True)
     artifact_id: Mapped[int] = mapped_column(ForeignKey("lineage_artifacts.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(10))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Schedule(Base):
@@ -252,10 +278,10 @@ class Schedule(Base):
     catch_up: Mapped[str] = mapped_column(String(10), default="once")
     paused: Mapped[bool] = mapped_column(default=False)
     # None while paused.
-    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ScheduleRun(Base):
@@ -268,8 +294,8 @@ class ScheduleRun(Base):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     # submitted | skipped | failed
     outcome: Mapped[str] = mapped_column(String(20))
-    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     catch_up: Mapped[bool] = mapped_column(default=False)
     # Due times that passed without a run of their own (the worker was down).
     missed_runs: Mapped[int] = mapped_column(Integer, default=0)

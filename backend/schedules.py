@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from backend.config import Settings, get_settings
 from backend.errors import ConflictError, InvalidInputError, NotFoundError, SextantError
-from backend.jobs.service import as_utc, submit_job
+from backend.jobs.service import submit_job
 from backend.models import Job, Schedule, ScheduleRun, utcnow
 
 CATCH_UP_POLICIES = ("once", "skip")
@@ -134,10 +134,10 @@ def _to_info(row: Schedule) -> ScheduleInfo:
         spec=dict(row.spec or {}),
         catch_up=row.catch_up,
         paused=bool(row.paused),
-        next_run_at=as_utc(row.next_run_at),
-        last_run_at=as_utc(row.last_run_at),
-        created_at=as_utc(row.created_at) or utcnow(),
-        updated_at=as_utc(row.updated_at) or utcnow(),
+        next_run_at=row.next_run_at,
+        last_run_at=row.last_run_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
@@ -330,8 +330,8 @@ def list_schedule_runs(session: Session, *, name: str, limit: int = 20) -> list[
             job_id=run.job_id,
             job_status=status,
             outcome=run.outcome,
-            scheduled_for=as_utc(run.scheduled_for) or utcnow(),
-            fired_at=as_utc(run.fired_at) or utcnow(),
+            scheduled_for=run.scheduled_for,
+            fired_at=run.fired_at,
             catch_up=bool(run.catch_up),
             missed_runs=run.missed_runs,
             message=run.message,
@@ -377,7 +377,7 @@ def fire_due_schedules(
     fired: list[FiredRun] = []
     try:
         for row in _claim_due(session, now):
-            first_due = as_utc(row.next_run_at)
+            first_due = row.next_run_at
             assert first_due is not None
             latest, due_count = _latest_due(row.cron, first_due=first_due, now=now, timezone=row.timezone)
             on_time = now - latest <= grace

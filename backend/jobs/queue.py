@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from backend.jobs.service import FINISHED_STATUSES, JobInfo, JobStatus, as_utc, to_job_info
+from backend.jobs.service import FINISHED_STATUSES, JobInfo, JobStatus, to_job_info
 from backend.models import Job, JobWorker, utcnow
 
 InterruptPolicy = Literal["fail", "requeue"]
@@ -52,9 +52,9 @@ def _to_worker_info(row: JobWorker) -> WorkerInfo:
         hostname=row.hostname,
         pid=row.pid,
         concurrency=row.concurrency,
-        started_at=as_utc(row.started_at) or utcnow(),
-        heartbeat_at=as_utc(row.heartbeat_at) or utcnow(),
-        stopped_at=as_utc(row.stopped_at),
+        started_at=row.started_at,
+        heartbeat_at=row.heartbeat_at,
+        stopped_at=row.stopped_at,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -35,13 +35,6 @@ class JobStatus(StrEnum):
 
 
 FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -141,10 +134,10 @@ def to_job_info(row: Job) -> JobInfo:
         pid=row.pid,
         worker_id=row.worker_id,
         log_path=row.log_path,
-        created_at=as_utc(row.created_at) or utcnow(),
-        started_at=as_utc(row.started_at),
-        finished_at=as_utc(row.finished_at),
-        heartbeat_at=as_utc(row.heartbeat_at),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        heartbeat_at=row.heartbeat_at,
     )
 
 

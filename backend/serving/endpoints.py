@@ -30,7 +30,7 @@ import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -254,10 +254,6 @@ def _key(item: Any) -> tuple[int, str, int, str | None]:
     return item.id, item.model, item.version, item.alias
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _clean_json(value: Any) -> Any:
     # NaN is not JSON (PostgreSQL's JSON type refuses it): missing values are stored as null.
     if isinstance(value, float) and not math.isfinite(value):
@@ -281,7 +277,7 @@ def _deployment_info(row: EndpointDeployment, endpoint: str) -> DeploymentInfo:
         example=dict(row.example_json) if row.example_json else None,
         state=row.state,
         message=row.message,
-        updated_at=_as_utc(row.updated_at),
+        updated_at=row.updated_at,
     )
 
 
@@ -290,8 +286,8 @@ def _endpoint_info(row: Endpoint) -> EndpointInfo:
         id=row.id,
         name=row.name,
         description=row.description,
-        created_at=_as_utc(row.created_at),
-        updated_at=_as_utc(row.updated_at),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
         deployments=tuple(_deployment_info(item, row.name) for item in row.deployments),
     )
 

@@ -27,6 +27,8 @@ def tmp_files(home: Path) -> list[Path]:
 def test_upload_creates_profiled_version(session: Session, example_csv: Path, sextant_home: Path) -> None:
     info = datasets.create_dataset_version(session, name="churn", source_path=example_csv)
     assert (info.name, info.version, info.created) == ("churn", 1, True)
+    # Read back from the database (SQLite stores no zone): still an aware UTC time.
+    assert datasets.get_dataset_version(session, name="churn").created_at.utcoffset().total_seconds() == 0
     assert info.rows == pl.read_csv(example_csv).height
     assert info.columns == 14
     assert {c.name for c in info.schema} >= {"customer_id", "event_time", "churned"}
@@ -122,9 +124,7 @@ def test_size_limit(session: Session, example_csv: Path, sextant_home: Path, mon
 
 
 def test_upload_stream_is_staged_and_cleaned(session: Session, sextant_home: Path) -> None:
-    info = datasets.upload_dataset(
-        session, name="streamed", stream=io.BytesIO(b"x;y\n1;a\n2;b\n"), filename="s.csv"
-    )
+    info = datasets.upload_dataset(session, name="streamed", stream=io.BytesIO(b"x;y\n1;a\n2;b\n"), filename="s.csv")
     assert (info.rows, info.columns, info.ingest["delimiter"]) == (2, 2, ";")
     assert info.source_filename == "s.csv"
     assert tmp_files(sextant_home) == []

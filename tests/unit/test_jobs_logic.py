@@ -24,8 +24,9 @@ from backend.jobs.executor import (
 from backend.jobs.queue import WORKER_STOPPED_REASON, WorkerInfo, interruption_reason
 from backend.jobs.registry import JOB_KINDS, register_job_kind, resolve_entry_module, unregister_job_kind
 from backend.jobs.runtime import Throttle, summarize_exception, validated_result
-from backend.jobs.service import JobInfo, as_utc, complete_utf8_prefix, validate_fraction
+from backend.jobs.service import JobInfo, complete_utf8_prefix, validate_fraction
 from backend.jobs.worker import Worker
+from backend.models import UTCDateTime
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -171,8 +172,10 @@ class TestDtos:
         assert payload["started_at"] == "2026-01-01T11:59:30+00:00"
 
     def test_naive_database_times_are_utc(self) -> None:
-        assert as_utc(datetime(2026, 1, 1, 12)) == NOW
-        assert as_utc(None) is None
+        column = UTCDateTime()
+        assert column.process_result_value(datetime(2026, 1, 1, 12), None) == NOW
+        assert column.process_result_value(datetime(2026, 1, 1, 12), None).tzinfo is UTC
+        assert column.process_result_value(None, None) is None
 
 
 class TestRuntimeHelpers:
