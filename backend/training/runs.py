@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.errors import InvalidInputError, NotFoundError
+from backend.lineage import dataset_version_ref, model_version_ref, record_execution
 from backend.models import Dataset, DatasetVersion, TrainingRun
 
 
@@ -33,11 +34,6 @@ class TrainingRunInfo:
     created_at: datetime
 
 
-def _as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _to_info(row: TrainingRun, version: DatasetVersion, dataset: Dataset) -> TrainingRunInfo:
     return TrainingRunInfo(
         id=row.id,
@@ -55,7 +51,7 @@ def _to_info(row: TrainingRun, version: DatasetVersion, dataset: Dataset) -> Tra
         registered_model_name=row.registered_model_name,
         registered_model_version=row.registered_model_version,
         metrics=dict(row.metrics_json or {}),
-        created_at=_as_utc(row.created_at),
+        created_at=row.created_at,
     )
 
 
@@ -94,6 +90,17 @@ def record_training_run(
     version = session.get(DatasetVersion, dataset_version_id)
     if version is None:
         raise NotFoundError(f"dataset version id {dataset_version_id} does not exist")
+    # Lineage is written where the run is recorded: dataset version → run → model version.
+    outputs = [model_version_ref(registered_model_name, registered_model_version)] if registered_model_name else []
+    record_execution(
+        session,
+        type=kind,
+        name=f"{kind} run {mlflow_run_id}",
+        inputs=[dataset_version_ref(version.dataset.name, version.version)],
+        outputs=outputs,
+        job_id=job_id,
+        properties={"mlflow_run_id": mlflow_run_id, "experiment": experiment, "framework": framework, "task": task},
+    )
     return _to_info(row, version, version.dataset)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from backend.config import get_settings
 from backend.datasets import create_dataset_version
+from backend.lineage import get_lineage
 from backend.training import (
     TrainingCancelled,
     TrainingSpec,
@@ -164,6 +165,10 @@ def test_xgboost_binary_is_tracked_registered_and_recorded(
     assert (record.registered_model_name, record.registered_model_version, record.kind) == ("churn-churned", 1, "train")
     assert record.metrics["roc_auc"] == pytest.approx(result.metrics["test_roc_auc"])
     assert [r.id for r in list_training_runs(churn, dataset="churn")] == [result.training_run_id]
+    # Lineage: the registered version traces back to the dataset version through the run.
+    upstream = get_lineage(churn, uri="models:/churn-churned/1", direction="upstream")
+    assert upstream.artifact("dataset:churn:1") is not None
+    assert [e.properties["mlflow_run_id"] for e in upstream.executions] == [result.mlflow_run_id]
 
     job_result = result.as_job_result()
     assert job_result["test_metrics"]["roc_auc"] == result.metrics["test_roc_auc"]
