@@ -78,7 +78,7 @@ def test_deploy_the_champion_and_predict_online(serving: str, page: Page, portal
     page.get_by_role("button", name="Deploy", exact=True).click()
     expect(page.get_by_text("Deployed to endpoint churn")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Endpoint churn: ready")).to_be_visible(timeout=30_000)
-    expect(page.get_by_role("button", name="Batch predict")).to_be_disabled()
+    expect(page.get_by_role("button", name="Batch predict")).to_be_enabled()
     page.set_viewport_size({"width": 1400, "height": 1400})
     page.wait_for_timeout(1000)
     page.screenshot(path=str(screenshot_dir / "registry-deploy.png"))
