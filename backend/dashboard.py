@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from backend.jobs import JobInfo, list_jobs
 from backend.models import Dataset, DatasetVersion, Job
+from backend.serving.endpoints import EndpointInfo, list_endpoints
+from backend.serving.request_log import summarize_requests
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,17 @@ class RecentVersion:
 
 
 @dataclass(frozen=True)
+class EndpointHealth:
+    name: str
+    # "model vN (traffic%)" per deployment, and the worst state among them.
+    serving: str
+    state: str
+    requests_last_hour: int
+    errors_last_hour: int
+    p50_ms: float | None
+
+
+@dataclass(frozen=True)
 class WorkspaceOverview:
     dataset_count: int
     version_count: int
@@ -31,6 +44,7 @@ class WorkspaceOverview:
     # Job counts by status ("queued", "running", ...) and the newest jobs.
     job_counts: dict[str, int]
     recent_jobs: list[JobInfo]
+    endpoints: list[EndpointHealth]
 
 
 def get_workspace_overview(session: Session, *, recent: int = 8) -> WorkspaceOverview:
@@ -64,4 +78,22 @@ def get_workspace_overview(session: Session, *, recent: int = 8) -> WorkspaceOve
         recent_versions=[RecentVersion(name, v.version, v.row_count, v.column_count, v.created_at) for name, v in rows],
         job_counts=job_counts,
         recent_jobs=list_jobs(session, limit=recent).items,
+        endpoints=[_endpoint_health(session, endpoint) for endpoint in list_endpoints(session)],
+    )
+
+
+STATE_ORDER = ("failed", "loading", "ready")
+
+
+def _endpoint_health(session: Session, endpoint: EndpointInfo) -> EndpointHealth:
+    summary = summarize_requests(session, endpoint=endpoint.name)
+    states = [d.state for d in endpoint.deployments]
+    worst = next((state for state in STATE_ORDER if state in states), "empty")
+    return EndpointHealth(
+        name=endpoint.name,
+        serving=", ".join(f"{d.model} v{d.version} ({d.traffic_percent}%)" for d in endpoint.deployments) or "nothing",
+        state=worst,
+        requests_last_hour=summary.requests,
+        errors_last_hour=summary.errors,
+        p50_ms=summary.p50_ms,
     )

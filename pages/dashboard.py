@@ -20,6 +20,17 @@ metrics[3].metric("Uploaded data", format_bytes(overview.stored_source_bytes))
 metrics[4].metric("Jobs running", overview.job_counts.get("running", 0))
 metrics[5].metric("Jobs queued", overview.job_counts.get("queued", 0))
 
+st.subheader("Endpoints")
+if not overview.endpoints:
+    st.caption("No endpoints yet. Deploy a model from the Model registry.")
+for endpoint in overview.endpoints:
+    row = st.columns([2, 3, 1, 2], vertical_alignment="center")
+    row[0].page_link("../pages/online.py", label=endpoint.name, icon=":material/bolt:")
+    row[1].write(endpoint.serving)
+    row[2].write(endpoint.state)
+    latency = f" · p50 {endpoint.p50_ms:.1f} ms" if endpoint.p50_ms is not None else ""
+    row[3].write(f"{endpoint.requests_last_hour} requests/h · {endpoint.errors_last_hour} errors{latency}")
+
 st.subheader("Recent dataset versions")
 if not overview.recent_versions:
     st.info("No datasets yet. Upload a CSV or load the example data on the Datasets page.")
