@@ -52,10 +52,16 @@ if not overview.recent_jobs:
     st.caption("No jobs yet. Launch training on the Training page.")
 for job in overview.recent_jobs:
     row = st.columns([3, 1, 2, 2], vertical_alignment="center")
+    batch_job = job.kind == "batch_predict"
+    about = (
+        f"{job.params.get('model', '')} on {job.params.get('input', '')}"
+        if batch_job
+        else f"{job.params.get('dataset', '')} → {job.params.get('target', '')}"
+    )
     row[0].page_link(
-        "../pages/training.py",
-        label=f"Job #{job.id} · {job.kind} · {job.params.get('dataset', '')} → {job.params.get('target', '')}",
-        icon=":material/model_training:",
+        "../pages/batch.py" if batch_job else "../pages/training.py",
+        label=f"Job #{job.id} · {job.kind} · {about}",
+        icon=":material/table_view:" if batch_job else ":material/model_training:",
     )
     row[1].write(job.status)
     row[2].write(format_duration(job.duration_seconds))
