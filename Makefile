@@ -29,6 +29,10 @@ test: setup chromium
 lint: setup
 	$(BIN)/ruff check .
 
+# Sextant against the tools analysts use instead (bench/README.md); `make bench ONLY=online,batch` runs some.
+bench: setup chromium
+	$(BIN)/python -m bench.run $(if $(ONLY),--only $(ONLY))
+
 example-data: setup
 	$(BIN)/python examples/generate_churn.py
 

@@ -1,0 +1,1 @@
+"""Benchmarks of Sextant against the tools analysts would use instead (`make bench`)."""
