@@ -155,6 +155,43 @@ def held_out_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {name.removeprefix("test_"): value for name, value in metrics.items() if name.startswith("test_")}
 
 
+def result_fields(
+    *,
+    kind: str,
+    plan: TrainingPlan,
+    run_id: str,
+    experiment_id: str,
+    model_uri: str,
+    registered: RegisteredVersion | None,
+    metrics: dict[str, float],
+    fit: FitResult,
+    record_id: int,
+    settings: Settings,
+    progress: ProgressCallback,
+) -> dict[str, Any]:
+    """The fields a training and a tuning result share; reports the job done."""
+    progress(1.0, f"done: {registered.name} version {registered.version}" if registered else "done")
+    return {
+        "kind": kind,
+        "mlflow_run_id": run_id,
+        "mlflow_experiment_id": experiment_id,
+        "experiment": plan.experiment,
+        "mlflow_run_url": run_url(experiment_id, run_id, settings=settings),
+        "model_uri": model_uri,
+        "model_name": registered.name if registered else None,
+        "model_version": registered.version if registered else None,
+        "dataset": plan.dataset,
+        "dataset_version": plan.dataset_version,
+        "target": plan.target,
+        "framework": plan.spec.framework,
+        "task": plan.task,
+        "metrics": metrics,
+        "best_iteration": fit.best_iteration,
+        "iterations": fit.iterations,
+        "training_run_id": record_id,
+    }
+
+
 def finish_run(
     client: MlflowClient,
     *,
@@ -262,23 +299,18 @@ def run_training(
             settings=settings,
             progress=progress,
         )
-    progress(1.0, f"done: {registered.name} version {registered.version}" if registered else "done")
     return TrainingResult(
-        kind="train",
-        mlflow_run_id=run_id,
-        mlflow_experiment_id=experiment_id,
-        experiment=plan.experiment,
-        mlflow_run_url=run_url(experiment_id, run_id, settings=settings),
-        model_uri=model_uri,
-        model_name=registered.name if registered else None,
-        model_version=registered.version if registered else None,
-        dataset=plan.dataset,
-        dataset_version=plan.dataset_version,
-        target=plan.target,
-        framework=spec.framework,
-        task=plan.task,
-        metrics=metrics,
-        best_iteration=fit.best_iteration,
-        iterations=fit.iterations,
-        training_run_id=record_id,
+        **result_fields(
+            kind="train",
+            plan=plan,
+            run_id=run_id,
+            experiment_id=experiment_id,
+            model_uri=model_uri,
+            registered=registered,
+            metrics=metrics,
+            fit=fit,
+            record_id=record_id,
+            settings=settings,
+            progress=progress,
+        )
     )

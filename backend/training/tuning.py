@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from backend.config import Settings, get_settings
 from backend.errors import SextantError
-from backend.tracking import DEFAULT_FLUSH_INTERVAL_S, BatchLogger, get_or_create_experiment, run_url, tracking_client
+from backend.tracking import DEFAULT_FLUSH_INTERVAL_S, BatchLogger, get_or_create_experiment, tracking_client
 from backend.training.data import PreparedData, prepare_data
 from backend.training.metrics import LOSS_METRIC, evaluate
 from backend.training.model_logging import log_dataset_input, run_params, run_tags
@@ -40,6 +40,7 @@ from backend.training.service import (
     never_stop,
     no_progress,
     resolve_plan,
+    result_fields,
     split_metrics,
 )
 from backend.training.spec import SearchRange, TrainingSpec, TuningSettings, parse_training_spec
@@ -319,25 +320,20 @@ def run_tuning(
             settings=settings,
             progress=progress,
         )
-    progress(1.0, f"done: {registered.name} version {registered.version}" if registered else "done")
     return TuningResult(
-        kind="tune",
-        mlflow_run_id=parent_id,
-        mlflow_experiment_id=experiment_id,
-        experiment=plan.experiment,
-        mlflow_run_url=run_url(experiment_id, parent_id, settings=settings),
-        model_uri=model_uri,
-        model_name=registered.name if registered else None,
-        model_version=registered.version if registered else None,
-        dataset=plan.dataset,
-        dataset_version=plan.dataset_version,
-        target=plan.target,
-        framework=spec.framework,
-        task=plan.task,
-        metrics=metrics,
-        best_iteration=best.fit.best_iteration,
-        iterations=best.fit.iterations,
-        training_run_id=record_id,
+        **result_fields(
+            kind="tune",
+            plan=plan,
+            run_id=parent_id,
+            experiment_id=experiment_id,
+            model_uri=model_uri,
+            registered=registered,
+            metrics=metrics,
+            fit=best.fit,
+            record_id=record_id,
+            settings=settings,
+            progress=progress,
+        ),
         best_params=best_params,
         best_value=best.value,
         best_trial_number=best.number,
