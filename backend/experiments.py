@@ -132,6 +132,8 @@ def search_runs_page(
         raise InvalidInputError("page size must be between 1 and 1000")
     order = sort_clause(sort_by, descending)
     if not filter_string and is_database_uri(client.tracking_uri):
+        if page_token is not None and not page_token.isdigit():
+            raise InvalidInputError(f"invalid page token {page_token!r}")
         return _search_runs_page_sql(
             client,
             experiment_id=experiment_id,
@@ -204,7 +206,9 @@ def _search_runs_page_sql(
     if sort_by in SORTABLE_ATTRIBUTES:
         column = {"run_name": "r.name"}.get(sort_by, f"r.{sort_by}")
     elif prefix == "metrics":
-        joins, column, key = "LEFT JOIN latest_metrics s ON s.run_uuid = r.run_uuid AND s.key = :key", "s.value", name
+        # MLflow stores NaN as 0.0 with is_nan set: sort it with the missing values, at the end.
+        joins, key = "LEFT JOIN latest_metrics s ON s.run_uuid = r.run_uuid AND s.key = :key", name
+        column = "(CASE WHEN s.is_nan THEN NULL ELSE s.value END)"
     else:
         joins, column, key = "LEFT JOIN params s ON s.run_uuid = r.run_uuid AND s.key = :key", "s.value", name
     where = "r.experiment_id = :experiment AND r.lifecycle_stage = 'active'"

@@ -60,7 +60,8 @@ class DatasetVersion(Base):
     __tablename__ = "dataset_versions"
     __table_args__ = (
         UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_version"),
-        UniqueConstraint("dataset_id", "content_hash", name="uq_dataset_versions_hash"),
+        # Not unique: the same file re-read with another header setting is a new version.
+        Index("ix_dataset_versions_hash", "dataset_id", "content_hash"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

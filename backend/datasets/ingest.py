@@ -37,8 +37,13 @@ class CsvDialect:
     quotechar: str
     has_header: bool
 
+    @property
+    def decimal_comma(self) -> bool:
+        # Semicolon-separated files are the European convention, where 1,5 means one and a half.
+        return self.delimiter == ";"
+
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return asdict(self) | {"decimal_comma": self.decimal_comma}
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,8 @@ def sniff_dialect(path: Path, *, encoding: str, has_header: bool | None = None) 
     sniffer = csv.Sniffer()
     try:
         dialect = sniffer.sniff(sample, delimiters=CANDIDATE_DELIMITERS)
-        delimiter, quotechar = dialect.delimiter, dialect.quotechar or '"'
+        # The sniffer takes the apostrophes of ordinary text ("don't") for quotes; CSV quotes with '"'.
+        delimiter, quotechar = dialect.delimiter, '"'
     except csv.Error:
         # A single-column file has no delimiter to find.
         delimiter, quotechar = ",", '"'
@@ -256,13 +262,19 @@ def _sink_csv(path: Path, dialect: CsvDialect, columns: list[str], destination: 
         has_header=dialect.has_header,
         new_columns=columns,
         try_parse_dates=True,
+        decimal_comma=dialect.decimal_comma,
     )
+    # polars reads a blank line (a trailing one, say) as a row of nulls; the validation pass skipped
+    # those lines, so drop them here too: a row with every cell empty carries no data.
+    not_blank = ~pl.all_horizontal(pl.all().is_null())
     try:
         try:
-            pl.scan_csv(path, infer_schema_length=INFER_SCHEMA_ROWS, **options).sink_parquet(destination)
+            pl.scan_csv(path, infer_schema_length=INFER_SCHEMA_ROWS, **options).filter(not_blank).sink_parquet(
+                destination
+            )
         except pl.exceptions.ComputeError:
             # A value far down the file did not fit the sampled type: infer from every row.
-            pl.scan_csv(path, infer_schema_length=None, **options).sink_parquet(destination)
+            pl.scan_csv(path, infer_schema_length=None, **options).filter(not_blank).sink_parquet(destination)
     except pl.exceptions.PolarsError as error:
         destination.unlink(missing_ok=True)
         raise InvalidInputError(f"the CSV cannot be read: {str(error).splitlines()[0]}") from None

@@ -177,13 +177,15 @@ def create_dataset_version(
     content_hash = file_sha256(source_path)
     dataset = session.scalar(select(Dataset).where(Dataset.name == name))
     if dataset is not None:
-        existing = session.scalar(
-            select(DatasetVersion).where(
-                DatasetVersion.dataset_id == dataset.id, DatasetVersion.content_hash == content_hash
-            )
+        same_bytes = session.scalars(
+            select(DatasetVersion)
+            .where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.content_hash == content_hash)
+            .order_by(DatasetVersion.version)
         )
-        if existing is not None:
-            return _to_info(existing, name, created=False)
+        # Same bytes read the same way are the same version; a header override re-reads them.
+        for existing in same_bytes:
+            if has_header in (None, existing.ingest_json.get("has_header")):
+                return _to_info(existing, name, created=False)
 
     settings.ensure_dirs()
     staged = settings.tmp_dir / f"ingest-{uuid.uuid4().hex}.parquet"

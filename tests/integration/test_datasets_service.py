@@ -196,3 +196,16 @@ def test_example_data_loader(session: Session) -> None:
     assert info.name == datasets.EXAMPLE_DATASET_NAME
     assert info.rows >= 10_000
     assert get_settings().datasets_dir.joinpath("churn").is_dir()
+
+
+def test_header_override_rereads_the_same_file_as_a_new_version(session: Session, tmp_path: Path) -> None:
+    path = tmp_path / "colors.csv"
+    path.write_text("red,blue\ngreen,yellow\n")
+    guessed = datasets.create_dataset_version(session, name="colors", source_path=path)
+    assert (guessed.version, guessed.rows) == (1, 1)
+    corrected = datasets.create_dataset_version(session, name="colors", source_path=path, has_header=False)
+    assert (corrected.version, corrected.rows, corrected.created) == (2, 2, True)
+    assert corrected.content_hash == guessed.content_hash
+    again = datasets.create_dataset_version(session, name="colors", source_path=path, has_header=False)
+    assert (again.version, again.created) == (2, False)
+    assert datasets.create_dataset_version(session, name="colors", source_path=path).version == 1

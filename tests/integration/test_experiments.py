@@ -123,3 +123,18 @@ def test_study_history_and_importances(store: tuple[MlflowClient, str, str]) -> 
     assert study.history["best"].tolist() == [min(values[: i + 1]) for i in range(len(values))]
     assert set(study.importances["parameter"]) == {"max_depth", "booster"}
     assert study.importances["importance"].sum() == pytest.approx(1.0)
+
+
+def test_nan_metrics_sort_last_and_bad_tokens_are_refused(tmp_path: Path) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("nan", artifact_location=str(tmp_path / "artifacts"))
+    for name, value in (("a", 0.5), ("b", 0.7), ("diverged", float("nan")), ("c", -1.0)):
+        run = client.create_run(experiment_id, run_name=name)
+        client.log_batch(run.info.run_id, metrics=[Metric("loss", value, 0, 0)])
+    for descending, expected in ((True, ["b", "a", "c", "diverged"]), (False, ["c", "a", "b", "diverged"])):
+        page = experiments.search_runs_page(
+            client, experiment_id=experiment_id, sort_by="metrics.loss", descending=descending
+        )
+        assert [run.run_name for run in page.runs] == expected
+    with pytest.raises(InvalidInputError, match="invalid page token"):
+        experiments.search_runs_page(client, experiment_id=experiment_id, page_token="abc")

@@ -179,3 +179,22 @@ def test_staging_enforces_the_size_limit_and_leaves_nothing(tmp_path: Path) -> N
     with pytest.raises(InvalidInputError, match="larger than the upload limit"):
         stage_stream(io.BytesIO(b"a" * 101), destination=tmp_path / "too-big", max_bytes=100)
     assert not (tmp_path / "too-big").exists()
+
+
+def test_blank_lines_are_not_rows(tmp_path: Path) -> None:
+    frame = ingest(tmp_path, b"x,y\n1,2\n3,4\n\n")
+    assert frame.rows() == [(1, 2), (3, 4)]
+    one_column = ingest(tmp_path, b"v\n1\n\n2\n3\n")
+    assert one_column["v"].to_list() == [1, 2, 3]
+
+
+def test_apostrophes_in_text_are_not_quotes(tmp_path: Path) -> None:
+    frame = ingest(tmp_path, b"name,comment\nann,it's fine\nbob,don't\nco,'quoted'\n")
+    assert frame["comment"].to_list() == ["it's fine", "don't", "'quoted'"]
+
+
+def test_semicolon_files_read_decimal_commas(tmp_path: Path) -> None:
+    frame = ingest(tmp_path, b"a;b;c\n1,5;2,25;x\n3,0;4,5;y\n")
+    assert frame.schema["a"] == pl.Float64
+    assert frame["b"].to_list() == [2.25, 4.5]
+    assert frame["c"].to_list() == ["x", "y"]
