@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CSV = REPO_ROOT / "examples" / "churn.csv"
 # CI has PostgreSQL here with trust auth; override for other set-ups.
 POSTGRES_ADMIN_URL = os.environ.get("SEXTANT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports, held together while chosen so they never repeat."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _postgres_available() -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from backend.db import migrate
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_ports
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,12 +53,6 @@ def browser_context_args() -> dict[str, object]:
     return {"viewport": {"width": 1400, "height": 1000}}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_process(command: list[str], *, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -78,7 +71,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 def portal(sextant_home: Path) -> Iterator[str]:
     """The portal as `make run` starts it, on a free port, over this test's empty workspace."""
     migrate()
-    port = free_port()
+    port = free_ports(1)[0]
     env = os.environ | {"SEXTANT_HOME": str(sextant_home)}
     command = [
         sys.executable, "-m", "streamlit", "run", "app/Home.py",

@@ -17,8 +17,9 @@ from backend.config import get_settings, reset_settings
 from backend.db import migrate
 from backend.serving.server import TritonServer, TritonServerOptions
 from backend.tracking import tracking_client
+from tests.conftest import free_ports
 from tests.e2e.conftest import READY, start_process, stop_process
-from tests.integration.test_endpoints_service import CHURN, free_ports, trained_store, wait_for
+from tests.integration.test_endpoints_service import CHURN, trained_store, wait_for
 
 
 @pytest.fixture

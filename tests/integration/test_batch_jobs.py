@@ -12,7 +12,6 @@ The helpers at the top are shared by the other batch test modules (CLI, page, wo
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from backend.serving.server import TritonServer, TritonServerOptions
 from backend.tracking import tracking_client
 from backend.training import TrainingSpec, run_training
 from jobs import batch_predict
+from tests.conftest import free_ports
 
 EXAMPLE_CSV = Path(__file__).resolve().parents[2] / "examples" / "churn.csv"
 TRAIN_ROWS = 400
@@ -49,17 +49,6 @@ PLAN = TrainingSpec(dataset="churn", target="plan", hyperparameters={"n_estimato
 
 
 # Shared helpers ---------------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def prepare_workspace(home: Path, *, specs: list[TrainingSpec], champion: str | None = "churn-churned") -> None:

@@ -19,11 +19,11 @@ from backend.cli import app
 from backend.config import get_settings
 from backend.db import migrate
 from backend.serving.server import TritonServer
+from tests.conftest import free_ports
 from tests.integration.test_endpoints_service import (
     CHURN,
     REPO_ROOT,
     ServingStack,
-    free_ports,
     serve_gateway,
     trained_store,
 )

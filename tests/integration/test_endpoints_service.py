@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from backend.serving.request_log import RequestLog, RequestRecord, count_request
 from backend.serving.server import TritonServer, TritonServerOptions
 from backend.tracking import tracking_client
 from backend.training import TrainingSpec, run_training
+from tests.conftest import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CSV = REPO_ROOT / "examples" / "churn.csv"
@@ -59,17 +59,6 @@ _STORE_LOCK = threading.Lock()
 
 
 # Shared helpers (imported by the other serving test modules) -----------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:

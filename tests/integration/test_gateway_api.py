@@ -39,6 +39,7 @@ from backend.serving.client import TritonClient
 from backend.serving.request_log import count_requests
 from backend.serving.server import SupervisorStats, TritonServer, resolve_reload_hook, supervise
 from backend.tracking import tracking_client
+from tests.conftest import free_ports
 from tests.integration.test_endpoints_service import (
     CHARGES,
     CHURN,
@@ -47,7 +48,6 @@ from tests.integration.test_endpoints_service import (
     TORCH_VERSION,
     XGBOOST_VERSION,
     ServingStack,
-    free_ports,
     trained_store,
     wait_for,
 )

@@ -18,13 +18,12 @@ from backend.db import migrate, session_scope
 from backend.serving import endpoints
 from backend.serving.client import TritonClient
 from backend.serving.server import TritonServer
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_ports
 from tests.integration.test_endpoints_service import (
     CHURN,
     TORCH_VERSION,
     XGBOOST_VERSION,
     ServingStack,
-    free_ports,
     serve_gateway,
     trained_store,
 )

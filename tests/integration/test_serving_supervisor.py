@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from backend.serving.server import (
     supervise,
 )
 from backend.training import TrainingSpec, run_training
+from tests.conftest import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CSV = REPO_ROOT / "examples" / "churn.csv"
@@ -51,17 +51,6 @@ ROWS = {
     "logins_30d": [2, 20],
     "satisfaction_score": [2.1, 4.8],
 }
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def load_deployed(client: TritonClient) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from backend.serving.repository import (
 from backend.serving.server import TritonServer, TritonServerOptions
 from backend.tracking import tracking_client
 from backend.training import TrainingSpec, run_training
+from tests.conftest import free_ports
 
 EXAMPLE_CSV = Path(__file__).resolve().parents[2] / "examples" / "churn.csv"
 TRAIN_ROWS = 400
@@ -50,17 +50,6 @@ SPECS = [
     TrainingSpec(dataset="churn", target="monthly_charges", framework="torch", hyperparameters={"max_epochs": 8}),
 ]
 SERVED = {"churn-churned": [1, 2], "churn-plan": [1], "churn-monthly_charges": [1]}
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def parity_frame() -> pd.DataFrame:
